@@ -1,0 +1,1 @@
+"""Webhook gateway: receives, verifies and normalizes webhooks into Hiphops events."""
