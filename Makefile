@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/hiphops test --sensors examples/sensors --event examples/events/pull_request.opened.json
+	$(BIN)/hiphops serve examples/sensors examples/local --project demo --dry-run
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -15,7 +18,11 @@ import yaml
 from hiphops import __version__
 from hiphops.loader import API_VERSION, LoadResult, load, parse_documents
 from hiphops.preview import Preview, SensorPreview, preview
+from hiphops.runs import RunRecord, TaskState
 from hiphops.sensor import name_from_id
+
+DEFAULT_STATE_DIR = ".hiphops"
+DEFAULT_SECRET_ENV = "HIPHOPS_WEBHOOK_SECRET"
 
 
 def _report_problems(result: LoadResult, out: TextIO) -> None:
@@ -52,7 +59,8 @@ def _render_task_lines(item: SensorPreview) -> list[str]:
             rendered = json.dumps(task.input, indent=2, ensure_ascii=False)
             lines.extend("      " + line for line in f"input: {rendered}".splitlines())
         if task.reason:
-            lines.append(f"      {task.reason}")
+            waiting = task.state is TaskState.PENDING and not task.reason.startswith("can never")
+            lines.append(f"      {'waits on: ' if waiting else ''}{task.reason}")
         if task.error:
             lines.append(f"      error: {task.error}")
     return lines
@@ -129,6 +137,160 @@ def _to_manifest(document: dict[str, Any], namespace: str | None) -> dict[str, A
     return {"apiVersion": API_VERSION, "kind": "Sensor", "metadata": metadata, "spec": spec}
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    # The gateway is imported here, not at the top: the engine does not depend on it, and the
+    # other commands stay quick to start.
+    from webhook_gateway.local import ServeOptions, load_local, serve
+
+    setup = load_local(args.paths, project=args.project)
+    for line in setup.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if setup.errors:
+        for line in setup.errors:
+            print(line, file=sys.stderr)
+        print(f"{len(setup.errors)} error(s): not serving", file=sys.stderr)
+        return 1
+    if not setup.sensors:
+        print("warning: no sensors loaded: every event will match nothing", file=sys.stderr)
+    options = ServeOptions(
+        host=args.host,
+        port=args.port,
+        state_dir=Path(args.state_dir),
+        dry_run=args.dry_run,
+        concurrency=args.concurrency,
+    )
+    asyncio.run(serve(setup, options))
+    return 0
+
+
+def _open_store(state_dir: str) -> Any:
+    from hiphops.store import SQLiteRunStore
+
+    path = Path(state_dir) / "runs.db"
+    if not path.exists():
+        raise FileNotFoundError(f"no runs recorded in {state_dir} (start `hiphops serve` first)")
+    return SQLiteRunStore(path)
+
+
+def _run_json(record: RunRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "sensor": record.sensor_id,
+        "sensor_name": record.sensor,
+        "project": record.project,
+        "state": record.state.value,
+        "started": record.started,
+        "finished": record.finished,
+        "error": record.error,
+        "delivery": (record.event.get("hiphops") or {}).get("delivery"),
+        "tasks": [
+            {
+                "id": t.id,
+                "name": t.name,
+                "state": t.state.value,
+                "input": t.input,
+                "result": t.result,
+                "error": t.error,
+                "reason": t.reason,
+                "attempts": t.attempts,
+                "times": t.times,
+            }
+            for t in record.tasks
+        ],
+    }
+
+
+def _run_text(record: RunRecord) -> str:
+    lines = [
+        f"run {record.name}: {record.state.value}",
+        f'  sensor "{record.sensor_id}" ({record.project}/{record.sensor})',
+        f"  started {record.started}"
+        + (f", finished {record.finished}" if record.finished else ""),
+    ]
+    if record.error:
+        lines.append(f"  error: {record.error}")
+    for task in record.tasks:
+        lines.append(f"  task {task.id} ({task.name}): {task.state.value}")
+        for label, value in (("input", task.input), ("result", task.result)):
+            if value is not None:
+                rendered = json.dumps(value, indent=2, ensure_ascii=False)
+                lines.extend("    " + line for line in f"{label}: {rendered}".splitlines())
+        if task.error:
+            lines.append(f"    error: {task.error}")
+        if task.reason:
+            lines.append(f"    {task.reason}")
+    return "\n".join(lines)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    try:
+        store = _open_store(args.state_dir)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        if args.runs_command == "show":
+            stored = store.get(args.name)
+            if stored is None:
+                print(f"no run named {args.name!r} in {args.state_dir}", file=sys.stderr)
+                return 1
+            record = stored.record
+            if args.output == "json":
+                print(json.dumps(_run_json(record), indent=2, ensure_ascii=False))
+            else:
+                print(_run_text(record))
+            return 0
+        records = store.list(limit=args.limit)
+    finally:
+        store.close()
+    if args.output == "json":
+        print(json.dumps([_run_json(r) for r in records], indent=2, ensure_ascii=False))
+        return 0
+    if not records:
+        print("no runs yet")
+    for r in records:
+        tasks = " ".join(f"{t.id}:{t.state.value}" for t in r.tasks)
+        print(f"{r.name}  {r.state.value:<8}  {r.started}  {r.sensor_id!r}  {tasks}")
+    return 0
+
+
+def _read_secret(args: argparse.Namespace) -> bytes:
+    if args.secret_file:
+        return Path(args.secret_file).read_bytes().strip()
+    value = os.environ.get(args.secret_env)
+    if not value:
+        raise ValueError(
+            f"no secret: set {args.secret_env} (or --secret-env NAME / --secret-file PATH)"
+        )
+    return value.encode()
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    import httpx
+
+    from hiphops.send import SendError, github_webhook, slack_webhook, source_of
+
+    try:
+        event = _read_event(args.event)
+        secret = _read_secret(args)
+        if source_of(args.to) == "github":
+            hook = github_webhook(event, secret, event_type=args.event_type, delivery=args.delivery)
+        else:
+            hook = slack_webhook(event, secret, delivery=args.delivery)
+    except (OSError, ValueError, SendError) as exc:
+        print(f"cannot send: {exc}", file=sys.stderr)
+        return 2
+    try:
+        response = httpx.post(args.to, content=hook.body, headers=hook.headers, timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"cannot send to {args.to}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{response.status_code} {response.reason_phrase}")
+    if response.content:
+        print(response.text)
+    return 0 if response.is_success else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hiphops", description="Event-driven automation for software delivery."
@@ -155,12 +317,63 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("paths", nargs="+", metavar="PATH")
     convert.add_argument("--namespace", help="metadata.namespace for the manifests")
     convert.set_defaults(func=cmd_convert)
+
+    serve = commands.add_parser("serve", help="the whole product in one process, no cluster")
+    serve.add_argument(
+        "paths", nargs="+", metavar="PATH", help="sensors, Integrations and Secrets (files/folders)"
+    )
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: loopback)"
+    )
+    serve.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR")
+    serve.add_argument(
+        "--dry-run", action="store_true", help="record what each task would do; call nothing"
+    )
+    serve.add_argument(
+        "--project",
+        default="default",
+        help="project of sensors and integrations without a namespace",
+    )
+    serve.add_argument("--concurrency", type=int, default=16, help="tasks running at once")
+    serve.set_defaults(func=cmd_serve)
+
+    runs = commands.add_parser("runs", help="the run records of local mode")
+    runs.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR")
+    runs.add_argument("--output", choices=("text", "json"), default="text")
+    runs.add_argument("--limit", type=int, default=50)
+    runs.set_defaults(func=cmd_runs, runs_command=None)
+    runs_commands = runs.add_subparsers(dest="runs_command", metavar="show NAME")
+    show = runs_commands.add_parser("show", help="one run, whole")
+    show.add_argument("name")
+    show.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR")
+    show.add_argument("--output", choices=("text", "json"), default="text")
+
+    send = commands.add_parser("send", help="sign and post a sample webhook")
+    send.add_argument("event", metavar="EVENT.json")
+    send.add_argument(
+        "--to", required=True, metavar="URL", help=".../hooks/<github|slack>/<ns>/<name>"
+    )
+    send.add_argument(
+        "--secret-env",
+        default=DEFAULT_SECRET_ENV,
+        metavar="NAME",
+        help=f"environment variable holding the secret (default {DEFAULT_SECRET_ENV})",
+    )
+    send.add_argument("--secret-file", metavar="PATH", help="file holding the secret")
+    send.add_argument("--event-type", help="X-GitHub-Event for a raw payload")
+    send.add_argument("--delivery", help="delivery id (default: a new one each time)")
+    send.set_defaults(func=cmd_send)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hiphops` console script."""
     args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # `send` prints the response itself
     code: int = args.func(args)
     return code
 

@@ -16,6 +16,7 @@ from typing import Any, Final
 import yaml
 
 from hiphops import js
+from hiphops.integrations import IntegrationInvalid, parse_integration
 from hiphops.problems import Problem, SensorInvalid, Severity
 from hiphops.sensor import Sensor, compile_sensor, name_from_id
 
@@ -23,6 +24,7 @@ API_GROUP: Final = "hiphops.io"
 API_VERSION: Final = f"{API_GROUP}/v1alpha1"
 YAML_SUFFIXES: Final = (".yaml", ".yml")
 DEFAULT_PROJECT: Final = "default"
+KINDS: Final = ("Sensor", "Integration", "SensorRun")
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,11 @@ class LocatedProblem:
         return self.problem.severity is Severity.ERROR
 
     def __str__(self) -> str:
-        who = f' (sensor "{self.sensor}")' if self.sensor else ""
+        who = ""
+        if self.sensor:  # a sensor's display id, or "integration <name>"
+            integration = self.sensor.startswith("integration ")
+            who = f" ({self.sensor})" if integration else f' (sensor "{self.sensor}")'
+
         return f"{self.location}{who}: {self.problem}"
 
 
@@ -180,16 +186,19 @@ class Loader:
     def _load_manifest(self, document: Mapping[str, Any], location: Location) -> None:
         api_version = document.get("apiVersion")
         kind = document.get("kind")
-        if kind != "Sensor" or not str(api_version).startswith(f"{API_GROUP}/"):
-            if str(api_version).startswith(f"{API_GROUP}/") and api_version != API_VERSION:
-                self._problem(
-                    location, None, f"apiVersion: {api_version!r} (expected {API_VERSION})"
-                )
-                return
-            self.result.manifests.append(Manifest(location, document))
+        if not str(api_version).startswith(f"{API_GROUP}/"):
+            self.result.manifests.append(Manifest(location, document))  # Secrets, for local mode
             return
         if api_version != API_VERSION:
             self._problem(location, None, f"apiVersion: {api_version!r} (expected {API_VERSION})")
+            return
+        if kind not in KINDS:
+            self._problem(location, None, f"kind: {kind!r} (known: {', '.join(KINDS)})")
+            return
+        if kind == "Integration":
+            self._check_integration(document, location)
+        if kind != "Sensor":
+            self.result.manifests.append(Manifest(location, document))
             return
         metadata = document.get("metadata")
         name = metadata.get("name") if isinstance(metadata, Mapping) else None
@@ -202,6 +211,16 @@ class Loader:
             self._problem(location, name, "spec: required: a map with `tasks`")
             return
         self._compile(spec, name, str(namespace or self.default_project), location, name)
+
+    def _check_integration(self, document: Mapping[str, Any], location: Location) -> None:
+        try:
+            parse_integration(document, default_project=self.default_project)
+        except IntegrationInvalid as invalid:
+            metadata = document.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, Mapping) else None
+            label = f"integration {name}" if isinstance(name, str) else None
+            for problem in invalid.problems:
+                self.result.problems.append(LocatedProblem(location, label, problem))
 
     def _compile(
         self, spec: Mapping[str, Any], name: str, project: str, location: Location, label: str

@@ -137,3 +137,42 @@ def test_wrong_api_version_and_missing_file(tmp_path: Path) -> None:
     reasons = [str(p) for p in result.errors]
     assert "apiVersion: 'hiphops.io/v2' (expected hiphops.io/v1alpha1)" in reasons[0]
     assert "cannot read" in reasons[1]
+
+
+def test_integrations_are_checked_and_unknown_kinds_rejected(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "i.yaml",
+        """\
+apiVersion: hiphops.io/v1alpha1
+kind: Integration
+metadata: {name: gh, namespace: team-a}
+spec:
+  type: github
+  github:
+    webhookSecretRefs: [{name: gh-webhook}]
+    appID: "1"
+    extra: true
+---
+apiVersion: hiphops.io/v1alpha1
+kind: Sensr
+metadata: {name: x}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: gh-webhook}
+stringData: {secret: s}
+""",
+    )
+    result = load([str(path)])
+    reasons = [str(p) for p in result.errors]
+    assert reasons == [
+        f"{path}: document 1 (integration gh): spec.github.extra: unknown field "
+        "(known: apiURL, appID, privateKeySecretRef, tokenSecretRef, webhookSecretRefs)",
+        f"{path}: document 1 (integration gh): spec.github: a GitHub App needs both `appID` and "
+        "`privateKeySecretRef`",
+        f"{path}: document 1 (integration gh): spec.github.webhookSecretRefs[0]: a secret "
+        "reference needs a non-empty `name` and `key`",
+        f"{path}: document 2: kind: 'Sensr' (known: Sensor, Integration, SensorRun)",
+    ]
+    assert [m.kind for m in result.manifests] == ["Integration", "Secret"]
