@@ -29,7 +29,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The gateway benchmark drives load with wrk (a Debian package); install it when missing.
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
+		|| echo "wrk could not be installed: the gateway benchmark will say so"
 	$(BIN)/python -m bench
 
 clean:

@@ -1,29 +1,35 @@
 """The JavaScript sandbox for sensor expressions (DESIGN §4).
 
-Expressions run in one embedded V8 isolate per process (mini-racer), created lazily and
-shared under a lock. The sandbox provides:
+Expressions run in one embedded V8 isolate (mini-racer), shared by all threads under a
+lock. The isolate lives in a worker process started on first use: V8 aborts its whole
+process on some allocations (splitting a 2^28-character string into characters, for one)
+before any memory limit can stop them, and in a worker that costs one evaluation and a
+restart rather than the caller's process. The sandbox provides:
 
 * No I/O. Bare V8 has none and no host function is installed; ``console``, the sources of
   work that runs outside an evaluation (``Atomics``, ``SharedArrayBuffer``,
   ``WebAssembly``, ``FinalizationRegistry``, ``WeakRef``) and the binary-buffer classes
   (their memory lives outside the V8 heap, out of the memory limit's sight) are removed.
+  The worker's environment holds no secrets: only ``TZ``, ``LANG`` and ``LC_ALL`` pass.
 * No state between evaluations. After setup, everything reachable from the global object
-  and from the intrinsics that are not (generator, iterator and async prototypes...) is
-  deep-frozen; the legacy ``RegExp.$1``-style statics, which every match updates, are
-  removed; compiled functions are frozen and strict; the context is parsed from JSON for
-  every evaluation, so mutating it affects that evaluation only. The runtime's own entry
-  point is not reachable from JavaScript: Python holds the only handle to it.
+  and from the intrinsics it does not lead to (generator, iterator and async prototypes,
+  the error ``stack`` accessors) is deep-frozen; the legacy ``RegExp.$1``-style statics,
+  which every match updates, are removed; compiled functions are frozen and strict; the
+  context is parsed from JSON for every evaluation, so mutating it affects that evaluation
+  only. The runtime's entry point is not reachable from JavaScript: only a handle held by
+  the worker's Python leads to it.
 * A time limit, which also covers promise jobs the expression queued, and a memory limit
-  on the isolate's heap. An isolate that reaches the memory limit, or that a timeout
-  cannot interrupt, is discarded; the next evaluation builds a new one and re-defines
-  compiled expressions in it on first use.
+  on the isolate's heap. After the memory limit the worker builds a new isolate; a worker
+  that a timeout cannot stop, or that dies, is replaced. Compiled expressions are defined
+  again in the new isolate on first use.
 
-This module drives mini-racer's C interface (``init_mini_racer()`` and the ``mr_*``
-functions its own Python layer calls) rather than its ``MiniRacer`` class: that class
-sends every call through an asyncio loop on another thread (about 0.4 ms per call here)
-and installs ``setTimeout`` globals. Each evaluation is one call of the runtime's entry
-function with the request as its ``this`` string (JSON text V8 never compiles as code),
-plus a no-op script that proves the promise jobs finished. Written against mini-racer 0.14.
+The worker drives mini-racer's C interface (``init_mini_racer()`` and the ``mr_*``
+functions its own Python layer calls) rather than its ``MiniRacer`` class, which sends
+every call through an asyncio loop on another thread (about 0.4 ms per call here) and
+installs ``setTimeout`` globals. Each evaluation is one call of the runtime's entry
+function with the request as its ``this`` string (JSON that V8 never compiles as code),
+then a no-op script whose completion shows the promise jobs finished. Written against
+mini-racer 0.14.
 """
 
 from __future__ import annotations
@@ -32,8 +38,15 @@ import atexit
 import ctypes
 import itertools
 import json
+import os
 import queue
 import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import weakref
@@ -111,7 +124,8 @@ _MIN_MEMORY_BYTES: Final = 16 * 1024 * 1024
 @dataclass(frozen=True)
 class JSLimits:
     """Limits of one evaluation. The memory limit applies to the whole isolate heap, which
-    holds about 2 MB of intrinsics besides the expression's own data."""
+    holds about 1 MB of intrinsics besides the expression's own data; it is checked when V8
+    collects garbage, so a single large allocation can exceed it briefly."""
 
     timeout_s: float = 0.2
     max_memory_bytes: int = 64 * 1024 * 1024
@@ -132,6 +146,8 @@ _VARIABLES: Final = ("event", "tasks", "vars", "run")
 _MAX_MESSAGE_CHARS: Final = 1000
 # How long V8 gets to acknowledge a cancellation before the isolate is given up.
 _CANCEL_GRACE_S: Final = 1.0
+# How long a worker gets to exit, and the process's exit to wait for an evaluation.
+_EXIT_WAIT_S: Final = 1.0
 
 
 def _truncate(message: str) -> str:
@@ -358,8 +374,12 @@ _RUNTIME_JS: Final = r"""
   ];
   for (const name of regexpStatics) delete RegExp[name];
 
-  // Objects whose prototypes are intrinsics that globalThis does not lead to.
+  // Objects that lead to intrinsics globalThis does not: generator, async and iterator
+  // prototypes, and the `stack` accessor functions every error instance shares.
+  const captured = {};
+  Error.captureStackTrace(captured);
   const samples = [
+    new Error(), captured,
     function* () {}, (function* () {})(), async function () {}, async () => {},
     async function* () {}, (async function* () {})(),
     [][Symbol.iterator](), ""[Symbol.iterator](), new Map().entries(), new Set().values(),
@@ -426,7 +446,8 @@ class _Stuck(Exception):
 
 
 class _Isolate:
-    """One V8 isolate with the runtime installed, driven through mini-racer's C interface."""
+    """One V8 isolate with the runtime installed, driven through mini-racer's C interface.
+    Used inside the worker process."""
 
     def __init__(self) -> None:
         self._dll = init_mini_racer(ignore_duplicate_init=True)
@@ -436,7 +457,6 @@ class _Isolate:
         self._context: int = self._dll.mr_init_context(self._callback)
         self._callback_ids = itertools.count(1)
         self._memory_limit = 0
-        self.defined: set[int] = set()
         try:
             self._entry = self._handle(_RUNTIME_JS, _T_FUNCTION)
             # Arguments of every entry call: none, the request travels as `this`.
@@ -457,7 +477,7 @@ class _Isolate:
         ((reply_kind, value),) = self._run(
             [lambda callback_id: self._dll.mr_eval(self._context, code, callback_id)], 10.0
         )
-        self._dll.mr_free_value(self._context, code)
+        self._free(code)
         if reply_kind != kind:
             raise RuntimeError(f"JavaScript sandbox setup failed: {value}")
         return value
@@ -471,22 +491,29 @@ class _Isolate:
         """
         this = self._string(request)
         fence = self._string(b"0")
-        replies = self._run(
-            [
-                lambda callback_id: self._dll.mr_call_function(
-                    self._context, self._entry, this, self._no_arguments, callback_id
-                ),
-                lambda callback_id: self._dll.mr_eval(self._context, fence, callback_id),
-            ],
-            timeout,
-        )
-        self._dll.mr_free_value(self._context, this)
-        self._dll.mr_free_value(self._context, fence)
+        try:
+            replies = self._run(
+                [
+                    lambda callback_id: self._dll.mr_call_function(
+                        self._context, self._entry, this, self._no_arguments, callback_id
+                    ),
+                    lambda callback_id: self._dll.mr_eval(self._context, fence, callback_id),
+                ],
+                timeout,
+            )
+        except _Stuck:
+            raise  # V8 may still read the strings: they go with the context
+        except BaseException:
+            self._free(this, fence)
+            raise
+        self._free(this, fence)
         return replies[0]
 
-    def _run(
-        self, starts: list[Callable[[int], int]], timeout: float
-    ) -> list[tuple[int, Any]]:
+    def _free(self, *handles: Any) -> None:
+        for handle in handles:
+            self._dll.mr_free_value(self._context, handle)
+
+    def _run(self, starts: list[Callable[[int], int]], timeout: float) -> list[tuple[int, Any]]:
         pending: dict[int, int] = {}
         tasks: list[int] = []
         for index, start in enumerate(starts):
@@ -552,12 +579,193 @@ class _Isolate:
         self._dll.mr_free_context(self._context)
 
 
+# Worker protocol. The parent sends (timeout_s, max_memory_bytes, length) and the request,
+# the worker answers (status, value type, length) and the value's text.
+_REQUEST: Final = struct.Struct("!dQI")
+_REPLY: Final = struct.Struct("!BBI")
+_READY: Final = b"R"
+_OK: Final = 0
+_TIMEOUT: Final = 1
+_MEMORY: Final = 2
+_STUCK: Final = 3
+# Worker start-up (Python, mini-racer and the runtime) on a slow machine.
+_START_TIMEOUT_S: Final = 60.0
+# Beyond its own deadline and cancellation grace, how long the worker gets to answer before
+# it is killed (it may be building a new isolate first).
+_WORKER_MARGIN_S: Final = 5.0
+# The worker sees no secrets: only what shapes dates and text.
+_WORKER_ENVIRONMENT: Final = ("TZ", "LANG", "LC_ALL")
+
+
+def _serve() -> None:
+    """Worker process main loop: requests from stdin, replies on stdout, one isolate."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    requests = sys.stdin.buffer
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever else writes to stdout must not corrupt the replies
+    isolate: _Isolate | None = _Isolate()
+    replies.write(_READY)
+    replies.flush()
+    while True:
+        head = requests.read(_REQUEST.size)
+        if len(head) < _REQUEST.size:
+            return  # the parent closed the pipe
+        timeout, max_memory, length = _REQUEST.unpack(head)
+        request = requests.read(length)
+        if isolate is None:
+            isolate = _Isolate()
+        status, kind, value = _serve_one(isolate, request, timeout, max_memory)
+        data = value.encode() if isinstance(value, str) else b""
+        replies.write(_REPLY.pack(status, kind, len(data)) + data)
+        replies.flush()
+        if status == _MEMORY:
+            isolate.close()
+            isolate = None
+
+
+def _serve_one(
+    isolate: _Isolate, request: bytes, timeout: float, max_memory: int
+) -> tuple[int, int, Any]:
+    isolate.set_memory_limit(max_memory)
+    try:
+        kind, value = isolate.call(request, timeout)
+    except JSTimeoutError:
+        return _TIMEOUT, 0, None
+    except _Stuck:
+        return _STUCK, 0, None
+    # Also catches memory exhausted by promise jobs, after the call itself returned.
+    if kind == _T_OOM_EXCEPTION or isolate.memory_limit_reached():
+        return _MEMORY, 0, None
+    return _OK, kind, value
+
+
+class _Overdue(Exception):
+    """The worker did not answer in time."""
+
+
+class _Lost(Exception):
+    """The worker process ended; ``error`` says why, for the user."""
+
+    def __init__(self, error: JSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Worker:
+    """The worker process that holds the isolate, seen from the parent.
+
+    V8 aborts the whole process on some allocations (a string of 2^28 characters split into
+    characters, huge sparse arrays, ...) before any memory limit can stop it. In a worker,
+    such an expression costs one evaluation and a new worker instead of the process.
+    """
+
+    def __init__(self) -> None:
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        bootstrap = (
+            f"import sys; sys.path.insert(0, {package_root!r}); import hiphops.js as m; m._serve()"
+        )
+        # Lives as long as the worker: V8 explains fatal errors there.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        self.parent_pid = os.getpid()
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", "-c", bootstrap],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            bufsize=0,
+            env={name: os.environ[name] for name in _WORKER_ENVIRONMENT if name in os.environ},
+        )
+        try:
+            self._receive(time.monotonic() + _START_TIMEOUT_S, len(_READY))
+        except (_Lost, _Overdue) as e:
+            self.kill()
+            detail = e.error if isinstance(e, _Lost) else "no answer"
+            raise JSError(f"The JavaScript engine did not start: {detail}") from None
+
+    def call(self, request: bytes, limits: JSLimits) -> tuple[int, int, str]:
+        """Send one request; return (status, value type, value text).
+
+        Raises _Overdue if the worker does not answer in time, _Lost if it died.
+        """
+        # One write: the worker then wakes once, with the whole request there to read.
+        self._send(_REQUEST.pack(limits.timeout_s, limits.max_memory_bytes, len(request)) + request)
+        deadline = time.monotonic() + limits.timeout_s + _CANCEL_GRACE_S + _WORKER_MARGIN_S
+        status, kind, length = _REPLY.unpack(self._receive(deadline, _REPLY.size))
+        return status, kind, self._receive(deadline, length).decode()
+
+    def _send(self, data: bytes) -> None:
+        pipe = self._process.stdin
+        assert pipe is not None
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[pipe.write(view) or 0 :]
+        except BrokenPipeError:
+            raise self._lost() from None
+
+    def _receive(self, deadline: float, size: int) -> bytes:
+        pipe = self._process.stdout
+        assert pipe is not None
+        data = b""
+        while len(data) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([pipe], [], [], remaining)[0]:
+                raise _Overdue
+            chunk = os.read(pipe.fileno(), size - len(data))
+            if not chunk:
+                raise self._lost()
+            data += chunk
+        return data
+
+    def _lost(self) -> _Lost:
+        try:
+            code = self._process.wait(timeout=_EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            code = self._process.wait()
+        self._stderr.seek(0)
+        lines = [
+            line.strip("# ").strip()
+            for line in self._stderr.read().decode("utf-8", "replace").splitlines()
+            if line.strip("# ").strip()
+        ]
+        # V8 reports fatal errors as "# Fatal ..." lines, followed by a C stack trace.
+        fatal = [line for line in lines if line.startswith("Fatal")]
+        detail = fatal[-1] if fatal else lines[-1] if lines else f"exit status {code}"
+        if "out of memory" in detail or "invalid size" in detail:
+            message = f"The expression exhausted the JavaScript engine's memory ({detail})"
+            return _Lost(JSMemoryError(_truncate(message)))
+        return _Lost(JSError(_truncate(f"The JavaScript engine stopped ({detail})")))
+
+    def kill(self) -> None:
+        """End the worker now."""
+        self._process.kill()
+        self._process.wait()
+        self._close_pipes()
+
+    def close(self) -> None:
+        """Let the worker exit (end of its input); kill it if it does not."""
+        try:
+            self._close_pipes()
+            self._process.wait(timeout=_EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def _close_pipes(self) -> None:
+        for pipe in (self._process.stdin, self._process.stdout):
+            if pipe is not None:
+                pipe.close()
+        self._stderr.close()
+
+
 class _Engine:
-    """The process's isolate: created lazily, rebuilt after a memory or liveness failure."""
+    """The parent's side: one worker, started lazily, replaced when it dies or hangs."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._isolate: _Isolate | None = None
+        self._worker: _Worker | None = None
+        # Expressions defined in the worker's current isolate.
+        self._defined: set[int] = set()
         # Finalizers may run in any thread at any time, even in this one while it holds the
         # lock, so they only append; the next evaluation drops the functions in V8.
         self._dead: deque[int] = deque()
@@ -567,9 +775,10 @@ class _Engine:
         self._dead.append(function_id)
 
     def define(self, expression: Expression) -> None:
-        """Compile ``expression`` in the current isolate."""
+        """Compile ``expression`` in the worker's isolate."""
         with self._lock:
-            self._define(self._current(), expression)
+            self._leave_parents_worker()
+            self._define(expression)
 
     def run(
         self, expression: Expression, context: Mapping[str, Any] | EncodedContext, *, truthy: bool
@@ -580,69 +789,78 @@ class _Engine:
         else:
             context_json = _context_json(context)
         with self._lock:
-            isolate = self._current()
-            if expression._id not in isolate.defined:
-                self._define(isolate, expression)
+            self._leave_parents_worker()
+            if expression._id not in self._defined:
+                self._define(expression)
             dead: list[int] = []
             while self._dead:
                 function_id = self._dead.popleft()
-                if function_id in isolate.defined:
-                    isolate.defined.discard(function_id)
+                if function_id in self._defined:
+                    self._defined.discard(function_id)
                     dead.append(function_id)
             header = json.dumps(["run", expression._id, truthy, dead]).encode()
-            kind, reply = self._call(isolate, expression.limits, header + b"\n" + context_json)
+            kind, reply = self._call(expression.limits, header + b"\n" + context_json)
         if kind != _T_STRING:
             raise JSError(_truncate(f"JavaScript sandbox failure: {reply}"))
         if reply.startswith("e"):
             raise JSError(_truncate(reply[1:]))
-        return str(reply)
+        return reply
 
     def shutdown(self) -> None:
-        """Free the isolate at interpreter exit, before Python can no longer take V8's calls."""
-        if self._lock.acquire(timeout=_CANCEL_GRACE_S):
+        """Stop the worker at interpreter exit."""
+        if self._lock.acquire(timeout=_EXIT_WAIT_S):
             try:
-                if self._isolate is not None:
-                    self._isolate.close()
-                    self._isolate = None
+                if self._worker is not None:
+                    self._worker.close()
+                    self._worker = None
             finally:
                 self._lock.release()
 
-    def _current(self) -> _Isolate:
-        if self._isolate is None:
-            self._isolate = _Isolate()
-        return self._isolate
-
-    def _discard(self) -> None:
-        isolate, self._isolate = self._isolate, None
-        if isolate is not None:
-            # Freeing waits for V8's thread to stop: never make a caller wait for that.
-            threading.Thread(target=isolate.close, name="hiphops-js-close", daemon=True).start()
-
-    def _call(self, isolate: _Isolate, limits: JSLimits, request: bytes) -> tuple[int, Any]:
-        isolate.set_memory_limit(limits.max_memory_bytes)
+    def _call(self, limits: JSLimits, request: bytes) -> tuple[int, str]:
+        if self._worker is None:
+            self._worker = _Worker()
+            self._defined.clear()
         try:
-            kind, value = isolate.call(request, limits.timeout_s)
-        except _Stuck:
-            self._discard()
-            raise JSTimeoutError(
-                f"The expression ran longer than {limits.timeout_s:g} s"
-            ) from None
-        # Also catches memory exhausted by promise jobs, after the call itself returned.
-        if kind == _T_OOM_EXCEPTION or isolate.memory_limit_reached():
-            self._discard()
+            status, kind, value = self._worker.call(request, limits)
+        except _Lost as e:
+            self._drop()
+            raise e.error from None
+        except BaseException:
+            # Overdue, or interrupted mid-request: its answer could still come, so the
+            # worker cannot be trusted with the next one.
+            self._drop()
+            raise JSTimeoutError(f"The expression ran longer than {limits.timeout_s:g} s") from None
+        if status == _STUCK:
+            # The isolate could not be interrupted: only ending the process stops it.
+            self._drop()
+        if status in (_TIMEOUT, _STUCK):
+            raise JSTimeoutError(f"The expression ran longer than {limits.timeout_s:g} s")
+        if status == _MEMORY:
+            self._defined.clear()  # the worker builds a new isolate
             mib = limits.max_memory_bytes / (1024 * 1024)
             raise JSMemoryError(f"The expression used more than {mib:g} MiB of memory")
         return kind, value
 
-    def _define(self, isolate: _Isolate, expression: Expression) -> None:
+    def _leave_parents_worker(self) -> None:
+        if self._worker is not None and self._worker.parent_pid != os.getpid():
+            # A forked child shares its parent's pipes: it needs a worker of its own.
+            self._worker = None
+            self._defined.clear()
+
+    def _drop(self) -> None:
+        worker, self._worker = self._worker, None
+        self._defined.clear()
+        if worker is not None:
+            worker.kill()
+
+    def _define(self, expression: Expression) -> None:
         header = ["define", expression._id, expression._expression, expression._body]
-        request = json.dumps(header).encode() + b"\n"
-        kind, reply = self._call(isolate, expression.limits, request)
+        kind, reply = self._call(expression.limits, json.dumps(header).encode() + b"\n")
         if kind == _T_EXECUTE_EXCEPTION:
             raise _compile_error(reply, expression.source)
         if kind != _T_UNDEFINED:
             raise JSError(_truncate(f"JavaScript sandbox failure: {reply}"))
-        isolate.defined.add(expression._id)
+        self._defined.add(expression._id)
 
 
 _engine: Final = _Engine()
