@@ -109,8 +109,10 @@ def parse_integration(manifest: Mapping[str, Any], *, default_project: str) -> I
     for key in spec:
         if key not in ("type", kind):
             problems.error(join_path("spec", str(key)), f"unknown field for a {kind} integration")
-    body = spec.get(kind) or {}
-    if not isinstance(body, Mapping):
+    body = spec.get(kind)
+    if body is None:
+        body = {}
+    elif not isinstance(body, Mapping):
         problems.error(join_path("spec", kind), "must be a map")
         body = {}
     where = join_path("spec", kind)
@@ -127,6 +129,9 @@ def parse_integration(manifest: Mapping[str, Any], *, default_project: str) -> I
         return _ref(body[key], join_path(where, key), problems) if key in body else None
 
     app_id = body.get("appID")
+    if app_id is not None and (isinstance(app_id, bool) or not isinstance(app_id, str | int)):
+        problems.error(join_path(where, "appID"), "must be a string or a number")
+        app_id = None
     private_key = optional_ref("privateKeySecretRef")
     if kind == "github":
         token = optional_ref("tokenSecretRef")

@@ -14,9 +14,10 @@ from hiphops.problems import Problem, Problems, SensorInvalid, join_path
 
 SENSOR_FIELDS: Final = ("id", "enabled", "when", "tasks", "vars")
 TASK_FIELDS: Final = ("name", "id", "when", "depends", "input")
-TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
-TASK_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+TASK_NAME = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
+TASK_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}")
+MAX_TASKS: Final = 100
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,10 @@ def _task_ids(raw_tasks: list[Any], problems: Problems) -> list[str]:
         task_id = str(index)
         if isinstance(raw, Mapping) and raw.get("id") is not None:
             raw_id = raw["id"]
-            if not isinstance(raw_id, str) or not TASK_ID.match(raw_id):
+            if not isinstance(raw_id, str) or not TASK_ID.fullmatch(raw_id):
                 problems.error(
                     join_path(where, "id"),
-                    "must be letters, digits, '_' and '-' (it is used in tasks.<id> paths)",
+                    "must be at most 63 letters, digits, '_' and '-' (used in tasks.<id> paths)",
                 )
             elif raw_id.isdigit() and raw_id != str(index):
                 problems.error(
@@ -109,7 +110,7 @@ def _compile_task(
                 f"unknown task field (known: {', '.join(TASK_FIELDS)})",
             )
     name = raw.get("name")
-    if not isinstance(name, str) or not TASK_NAME.match(name):
+    if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
         problems.error(
             join_path(where, "name"),
             "required: the task to run as <integration>.<task>, e.g. github.merge_pr",
@@ -185,7 +186,7 @@ def compile_sensor(
     for key in spec:
         if key not in SENSOR_FIELDS and key not in ignore_fields:
             problems.error(str(key), f"unknown sensor field (known: {', '.join(SENSOR_FIELDS)})")
-    if not DNS_LABEL.match(name) or len(name) > 253:
+    if not DNS_LABEL.fullmatch(name) or len(name) > 253:
         problems.error("metadata.name", f"{name!r} is not a valid resource name (DNS-1123)")
     display_id = spec.get("id", name)
     if not isinstance(display_id, str) or not display_id.strip():
@@ -195,14 +196,18 @@ def compile_sensor(
     if not isinstance(enabled, bool):
         problems.error("enabled", "must be true or false")
         enabled = True
-    sensor_vars = spec.get("vars") or {}
-    if not isinstance(sensor_vars, Mapping):
+    sensor_vars = spec.get("vars")
+    if sensor_vars is None:
+        sensor_vars = {}
+    elif not isinstance(sensor_vars, Mapping):
         problems.error("vars", "must be a map")
         sensor_vars = {}
     raw_tasks = spec.get("tasks")
     if not isinstance(raw_tasks, list) or not raw_tasks:
         problems.error("tasks", "required: a non-empty list of tasks")
         raw_tasks = []
+    elif len(raw_tasks) > MAX_TASKS:
+        problems.error("tasks", f"at most {MAX_TASKS} tasks per sensor")
     when = None
     if spec.get("when") is not None:
         when = compile_condition(spec["when"], "when", problems, None, limits)

@@ -42,7 +42,7 @@ class Registry:
 
     def register(self, name: str, handler: TaskHandler) -> None:
         """Add the handler for tasks named `name`; a name can be registered once."""
-        if not TASK_NAME.match(name):
+        if not TASK_NAME.fullmatch(name):
             raise ValueError(f"{name!r} is not a task name (<integration>.<task>)")
         if name in self._handlers:
             raise ValueError(f"a handler for {name!r} is already registered")
