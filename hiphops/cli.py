@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import logging
 import os
@@ -22,6 +23,8 @@ from hiphops.runs import RunRecord, TaskState
 from hiphops.sensor import name_from_id
 
 DEFAULT_STATE_DIR = ".hiphops"
+#: Tasks only the Kubernetes operator runs; validation knows them all the same.
+CLUSTER_ONLY_TASKS = frozenset({"k8s.run_job"})
 DEFAULT_SECRET_ENV = "HIPHOPS_WEBHOOK_SECRET"
 
 
@@ -38,9 +41,39 @@ def _read_event(path: str) -> dict[str, Any]:
     return event
 
 
+def _unknown_tasks(result: LoadResult) -> list[str]:
+    """Warnings for task names no built-in handler serves (a typo shows here, not at run time)."""
+    from hiphops.tasks import default_registry
+
+    known = set(default_registry().names()) | CLUSTER_ONLY_TASKS
+    warnings = []
+    for location, sensor in result.sensors:
+        for task in sensor.tasks:
+            if task.name in known:
+                continue
+            close = difflib.get_close_matches(task.name, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "`hiphops tasks` lists them"
+            warnings.append(
+                f'{location} (sensor "{sensor.id}"): warning: tasks[{task.index}].name: '
+                f"no built-in handler for {task.name!r} ({hint})"
+            )
+    return warnings
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from hiphops.tasks import default_registry
+
+    for name in sorted(set(default_registry().names()) | CLUSTER_ONLY_TASKS):
+        suffix = "  (on a cluster only)" if name in CLUSTER_ONLY_TASKS else ""
+        print(name + suffix)
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     result = load(args.paths)
     _report_problems(result, sys.stdout)
+    for line in _unknown_tasks(result):
+        print(line)
     if not result.sensors and not result.manifests and not result.problems:
         print("no sensor files found in " + ", ".join(args.paths), file=sys.stderr)
         return 1
@@ -317,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("paths", nargs="+", metavar="PATH")
     convert.add_argument("--namespace", help="metadata.namespace for the manifests")
     convert.set_defaults(func=cmd_convert)
+
+    tasks = commands.add_parser("tasks", help="list the built-in task handlers")
+    tasks.set_defaults(func=cmd_tasks)
 
     serve = commands.add_parser("serve", help="the whole product in one process, no cluster")
     serve.add_argument(

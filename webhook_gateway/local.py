@@ -26,6 +26,7 @@ from hiphops.integrations import (
     Integration,
     IntegrationInvalid,
     ManifestSecrets,
+    SecretSource,
     env_var_name,
     parse_integration,
 )
@@ -34,6 +35,7 @@ from hiphops.matcher import Matcher
 from hiphops.sensor import Sensor
 from hiphops.store import SQLiteRunStore
 from hiphops.tasks import Registry, default_registry
+from hiphops.tasks.connections import StaticConnections
 from webhook_gateway.app import RUNNER_OPTIONS, GatewaySettings, create_app
 from webhook_gateway.directory import IntegrationConfig, StaticDirectory
 
@@ -47,6 +49,7 @@ class LocalSetup:
     sensors: list[Sensor] = field(default_factory=list)
     integrations: list[Integration] = field(default_factory=list)
     configs: list[IntegrationConfig] = field(default_factory=list)
+    secrets: SecretSource = field(default_factory=ManifestSecrets)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -77,6 +80,7 @@ def load_local(
                 "is not used in local mode"
             )
     secrets = ChainedSecrets([EnvSecrets(environ), manifest_secrets])
+    setup.secrets = secrets
     for integration in setup.integrations:
         values = []
         for ref in integration.webhook_secrets:
@@ -133,7 +137,7 @@ async def serve(
     matcher = Matcher(setup.sensors)
     executor = Executor(
         store,
-        registry or default_registry(),
+        registry or default_registry(StaticConnections(setup.integrations, setup.secrets)),
         concurrency=options.concurrency,
         dry_run=options.dry_run,
         sensors=matcher.get,

@@ -133,3 +133,15 @@ def test_test_command_reports_invalid_sensors_and_exits_1(tmp_path: Path) -> Non
     )
     assert result.returncode == 1
     assert "tasks[0].name" in result.stderr
+
+
+def test_validate_warns_about_task_names_no_handler_serves(tmp_path: Path) -> None:
+    sensor = tmp_path / "typo.yaml"
+    sensor.write_text("resource: sensor\nid: t\ntasks: [{name: github.merge_prr}]\n")
+    result = hiphops("validate", str(sensor))
+    assert result.returncode == 0  # a warning: the operator may know more handlers
+    assert "no built-in handler for 'github.merge_prr' (did you mean 'github.merge_pr'?)" in (
+        result.stdout
+    )
+    listed = hiphops("tasks").stdout.split()
+    assert {"github.merge_pr", "slack.post_message", "k8s.run_job", "log.message"} <= set(listed)

@@ -21,12 +21,8 @@ import httpx
 import pytest
 import yaml
 
-from hiphops.integrations import ManifestSecrets
 from hiphops.runs import RunRecord
 from hiphops.store import SQLiteRunStore
-from hiphops.tasks import default_registry
-from hiphops.tasks.connections import StaticConnections
-from hiphops.tasks.slack import register
 from tests.fakes.slack_server import RESPONSE_URL, FakeSlack
 from tests.integration.conftest import ROOT, free_port, hiphops
 from webhook_gateway.local import ServeOptions, load_local, serve
@@ -101,12 +97,6 @@ async def run_command(tmp_path: Path, fake: FakeSlack, form: dict[str, str]) -> 
     config.write_text(yaml.safe_dump_all(documents))
     setup = load_local([*map(str, SENSORS), str(config)], project="demo", environ={})
     assert not setup.errors, setup.errors
-    secrets = ManifestSecrets()
-    for document in documents:
-        if document["kind"] == "Secret":
-            assert not secrets.add_manifest(document, default_project="demo")
-    registry = default_registry()
-    register(registry, StaticConnections(setup.integrations, secrets))
 
     port = free_port()
     state_dir = tmp_path / "state"
@@ -115,7 +105,6 @@ async def run_command(tmp_path: Path, fake: FakeSlack, form: dict[str, str]) -> 
         serve(
             setup,
             ServeOptions(port=port, state_dir=state_dir),
-            registry=registry,
             started=started,
             stop=stop,
         )
