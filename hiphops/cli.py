@@ -60,6 +60,39 @@ def _unknown_tasks(result: LoadResult) -> list[str]:
     return warnings
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    from hiphops_operator.main import run
+    from hiphops_operator.settings import SettingsError, from_args
+
+    try:
+        settings = from_args(args)
+    except SettingsError as exc:
+        print(f"hiphops operator: {exc}", file=sys.stderr)
+        return 2
+    run(settings)
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from webhook_gateway.app import GatewaySettings
+    from webhook_gateway.remote import GatewayOptions, run_gateway
+
+    options = GatewayOptions(
+        intake_url=args.intake_url,
+        token_file=Path(args.intake_token_file),
+        host=args.host,
+        port=args.port,
+        refresh_s=args.directory_refresh,
+        settings=GatewaySettings(max_body_bytes=args.max_body_bytes),
+    )
+    try:
+        asyncio.run(run_gateway(options))
+    except (OSError, ValueError) as exc:
+        print(f"hiphops gateway: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from hiphops.tasks import default_registry
 
@@ -350,6 +383,35 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("paths", nargs="+", metavar="PATH")
     convert.add_argument("--namespace", help="metadata.namespace for the manifests")
     convert.set_defaults(func=cmd_convert)
+
+    operator = commands.add_parser("operator", help="run the Kubernetes operator")
+    from hiphops_operator.settings import add_arguments
+
+    add_arguments(operator)
+    operator.set_defaults(func=cmd_operator)
+
+    gateway = commands.add_parser(
+        "gateway", help="run the webhook gateway alone, in front of the operator's intake"
+    )
+    gateway.add_argument("--host", default="0.0.0.0")
+    gateway.add_argument("--port", type=int, default=8080)
+    gateway.add_argument(
+        "--intake-url", required=True, metavar="URL", help="the operator's intake, .../intake"
+    )
+    gateway.add_argument(
+        "--intake-token-file", required=True, metavar="PATH", help="the shared intake token"
+    )
+    gateway.add_argument(
+        "--directory-refresh",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often to fetch the integrations from the operator",
+    )
+    gateway.add_argument(
+        "--max-body-bytes", type=int, default=25 * 1024 * 1024, help="larger webhooks get 413"
+    )
+    gateway.set_defaults(func=cmd_gateway)
 
     tasks = commands.add_parser("tasks", help="list the built-in task handlers")
     tasks.set_defaults(func=cmd_tasks)

@@ -6,9 +6,10 @@ local mode and in tests a :class:`StaticDirectory` holds the configurations.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import base64
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, repr=False)
@@ -67,3 +68,30 @@ def _index(configs: Iterable[IntegrationConfig]) -> dict[tuple[str, str], Integr
             )
         by_key[key] = config
     return by_key
+
+
+def to_wire(config: IntegrationConfig) -> dict[str, Any]:
+    """The JSON form in which the operator hands a configuration to a gateway Deployment."""
+    return {
+        "project": config.project,
+        "name": config.name,
+        "type": config.type,
+        "secrets": [base64.b64encode(secret).decode() for secret in config.secrets],
+    }
+
+
+def from_wire(data: Mapping[str, Any]) -> IntegrationConfig:
+    """The inverse of `to_wire`. Raises ValueError (with no secret in it) when malformed."""
+    try:
+        secrets = tuple(base64.b64decode(s, validate=True) for s in data["secrets"])
+        config = IntegrationConfig(
+            project=str(data["project"]),
+            name=str(data["name"]),
+            type=str(data["type"]),
+            secrets=secrets,
+        )
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("malformed integration in the directory") from None
+    if config.type not in ("github", "slack"):
+        raise ValueError(f"unknown integration type {config.type!r} in the directory")
+    return config
