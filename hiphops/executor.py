@@ -5,7 +5,10 @@ run record is saved before a handler is called and after every result, so the st
 the truth a restarted process resumes from: tasks interrupted while RUNNING are started again
 (handlers are safe to retry), READY tasks start, finished tasks are never repeated.
 
-Blocking store calls run on one dedicated worker thread, off the event loop.
+Blocking store calls run on a small pool of dedicated threads, off the event loop. Saves of
+different runs are handed over concurrently, so that a store that commits concurrent writes
+together (SQLiteRunStore's group commit) writes them with one fsync instead of one after another;
+saves of one run stay ordered because each run waits for its previous save.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -71,14 +75,18 @@ class Executor:
         clock: Callable[[], datetime] = utc_now,
         sensors: SensorLookup | None = None,
         on_task_start: TaskStartHook | None = None,
+        store_threads: int = 4,
     ) -> None:
         """`concurrency` bounds the handlers running at once across all runs. With `dry_run`, no
         handler is called: every task that would start completes with its rendered input.
         `sensors` lets `resume` reuse an already compiled sensor whose spec equals a run's
         snapshot instead of compiling the snapshot again. `on_task_start` must be cheap and must
-        not raise."""
+        not raise. `store_threads` bounds the store calls in progress at once (the saves a group
+        commit can gather from this executor)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if store_threads < 1:
+            raise ValueError("store_threads must be at least 1")
         self._store = store
         self._registry = registry
         self._dry_run = dry_run
@@ -86,7 +94,7 @@ class Executor:
         self._sensors = sensors
         self.on_task_start = on_task_start
         self._slots = asyncio.Semaphore(concurrency)
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hiphops-store")
+        self._io = ThreadPoolExecutor(max_workers=store_threads, thread_name_prefix="hiphops-store")
         self._runs: dict[str, _Active] = {}
         self._jobs: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -269,7 +277,7 @@ class Executor:
                 return
             covered = active.changes
             # Snapshot on the loop: the record changes while the store thread writes.
-            snapshot = RunRecord.from_dict(active.run.record.to_dict())
+            snapshot = _snapshot(active.run.record)
             await self._in_thread(self._store.save, snapshot)
             active.saved = covered
 
@@ -291,6 +299,17 @@ async def _call(handler: TaskHandler, call: TaskCall) -> tuple[bool, Any]:
         return True, json.loads(json.dumps(result, allow_nan=False))
     except (TypeError, ValueError) as exc:
         return False, f"{call.name} returned a result that is not JSON: {exc}"
+
+
+def _snapshot(record: RunRecord) -> RunRecord:
+    """A copy of the record that later state changes do not reach.
+
+    The run changes a record only by assigning its fields and its tasks' fields and by adding to
+    each task's `times`: those are copied. The event, inputs and results are shared, never
+    copied: they are only ever replaced, and handlers must not modify them (`TaskCall`). A deep
+    copy of a 25 KB event would cost more than the write itself, at every save.
+    """
+    return replace(record, tasks=[replace(task, times=dict(task.times)) for task in record.tasks])
 
 
 def _suffix(error: str | None) -> str:

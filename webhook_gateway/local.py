@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from hiphops.executor import Executor, utc_now
+from hiphops.executor import Executor, TaskStartHook, utc_now
 from hiphops.intake import LocalIntake
 from hiphops.integrations import (
     ChainedSecrets,
@@ -129,11 +129,16 @@ async def serve(
     registry: Registry | None = None,
     started: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    store: SQLiteRunStore | None = None,
+    on_task_start: TaskStartHook | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or `stop` is set). Unfinished runs in the state directory
-    resume first, so a restart continues where the last process stopped."""
-    options.state_dir.mkdir(parents=True, exist_ok=True)
-    store = SQLiteRunStore(options.state_dir / "runs.db")
+    resume first, so a restart continues where the last process stopped. A `store` given by
+    the caller is used instead of the state directory's, and left open."""
+    own_store = store is None
+    if store is None:
+        options.state_dir.mkdir(parents=True, exist_ok=True)
+        store = SQLiteRunStore(options.state_dir / "runs.db")
     matcher = Matcher(setup.sensors)
     executor = Executor(
         store,
@@ -141,6 +146,7 @@ async def serve(
         concurrency=options.concurrency,
         dry_run=options.dry_run,
         sensors=matcher.get,
+        on_task_start=on_task_start,
     )
     stop = stop or asyncio.Event()
     runner: web.AppRunner | None = None
@@ -179,4 +185,5 @@ async def serve(
         if runner is not None:
             await runner.cleanup()
         await executor.close()
-        store.close()
+        if own_store:
+            store.close()
