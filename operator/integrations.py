@@ -39,7 +39,7 @@ from webhook_gateway.directory import IntegrationConfig
 from . import conditions
 from .conditions import Condition
 from .events import EventPoster, involved
-from .kube import INTEGRATIONS, SECRETS, ApiError, Kube
+from .kube import INTEGRATIONS, SECRETS, ApiError, Kube, patch_status
 
 logger = logging.getLogger("hiphops.operator.integrations")
 
@@ -316,20 +316,8 @@ class IntegrationBook:
         current = {k: entry.status.get(k) for k in desired}
         if current == desired:
             return
-        try:
-            await asyncio.to_thread(
-                self._kube.patch,
-                INTEGRATIONS,
-                entry.namespace,
-                entry.name,
-                {"status": desired},
-                subresource="status",
-            )
-        except ApiError as error:
-            if error.status != 404:  # 404: deleted meanwhile; its DELETED event follows
-                logger.warning("integration %s/%s status: %s", entry.namespace, entry.name, error)
-            return
-        entry.status.update(desired)
+        if await patch_status(self._kube, INTEGRATIONS, entry.namespace, entry.name, desired):
+            entry.status.update(desired)
 
     async def close(self) -> None:
         if self._http is not None:

@@ -10,6 +10,7 @@ server with the same identity.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import tempfile
@@ -345,3 +346,19 @@ def owner_reference(body: Mapping[str, Any], *, controller: bool = True) -> dict
         "controller": controller,
         "blockOwnerDeletion": False,
     }
+
+
+async def patch_status(
+    kube: Kube, resource: Resource, namespace: str, name: str, status: Mapping[str, Any]
+) -> bool:
+    """Merge-patch an object's status, off the event loop. False when it failed: a 404 (the
+    object was deleted meanwhile; its DELETED event follows) quietly, anything else logged."""
+    try:
+        await asyncio.to_thread(
+            kube.patch, resource, namespace, name, {"status": dict(status)}, subresource="status"
+        )
+    except ApiError as error:
+        if error.status != 404:
+            logger.warning("%s %s/%s status: %s", resource.kind, namespace, name, error)
+        return False
+    return True

@@ -34,7 +34,7 @@ from . import conditions
 from .conditions import Condition
 from .events import EventPoster, Involved, involved
 from .integrations import IntegrationBook
-from .kube import SENSORS, ApiError, Kube
+from .kube import SENSORS, ApiError, Kube, patch_status
 
 logger = logging.getLogger("hiphops.operator.sensors")
 
@@ -236,18 +236,7 @@ class SensorBook:
         patch: dict[str, Any] = dict(desired)
         for key in stale:
             patch[key] = None  # merge patch: remove
-        try:
-            await asyncio.to_thread(
-                self._kube.patch,
-                SENSORS,
-                entry.namespace,
-                entry.name,
-                {"status": patch},
-                subresource="status",
-            )
-        except ApiError as error:
-            if error.status != 404:  # 404: deleted meanwhile; its DELETED event follows
-                logger.warning("sensor %s/%s status: %s", entry.namespace, entry.name, error)
+        if not await patch_status(self._kube, SENSORS, entry.namespace, entry.name, patch):
             return
         entry.status.update(desired)
         for key in stale:
