@@ -12,10 +12,13 @@ STAMP := $(VENV)/.installed
 MYPY_OPERATOR = mkdir -p build/typecheck && ln -sfn ../../operator build/typecheck/hiphops_operator \
 	&& MYPYPATH=build/typecheck $(BIN)/mypy -p hiphops_operator
 
+# The repository root holds operator/, whose name is also a standard-library module: nothing may
+# run with the root first on sys.path (`python -m` from here does that), so set-up runs from /
+# and the tools run as console scripts or with -P.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	test -x $(BIN)/python || (cd / && $(PYTHON) -m venv "$(CURDIR)/$(VENV)")
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -26,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(MYPY_OPERATOR)
-	$(BIN)/python -m pytest
+	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,7 +43,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
 		|| echo "wrk could not be installed: the gateway benchmark will say so"
-	$(BIN)/python -m bench
+	$(BIN)/python -P -c 'import runpy, sys; sys.path.append("."); runpy.run_module("bench", run_name="__main__")' 
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -175,6 +175,9 @@ class Webhook:
         }
 
 
+SERVER_SCRIPT = REPO / "bench/gateway_server.py"
+
+
 class Server:
     """A `bench.gateway_server` child process, serving once `start` returns."""
 
@@ -184,7 +187,9 @@ class Server:
         self.kind = kind
         self.ready = workdir / f"{kind}.port"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.gateway_server", kind, "--ready", str(self.ready), *args],
+            # A script path, not `-m` from the repository root, where operator/ would shadow
+            # the standard library's `operator`.
+            [sys.executable, str(SERVER_SCRIPT), kind, "--ready", str(self.ready), *args],
             cwd=REPO,
             env={**os.environ, **env},
         )

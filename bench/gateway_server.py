@@ -1,7 +1,7 @@
 """The server side of `bench.gateway`, one server per process (so that it has a GIL of its own).
 
-    python -m bench.gateway_server bare --ready FILE
-    python -m bench.gateway_server gateway --ready FILE --state-dir DIR --starts FILE --stats FILE
+    python bench/gateway_server.py bare --ready FILE
+    python bench/gateway_server.py gateway --ready FILE --state-dir DIR --starts FILE --stats FILE
         --log FILE PATH...
 
 `bare` is the baseline: an aiohttp handler on the hook route that reads the body and answers 200.
@@ -117,7 +117,7 @@ async def _announce(started: asyncio.Event, port: int, ready: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve one of the two servers until SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m bench.gateway_server")
+    parser = argparse.ArgumentParser(prog="python bench/gateway_server.py")
     parser.add_argument("kind", choices=("bare", "gateway"))
     parser.add_argument("--ready", type=Path, required=True, help="the port is written here")
     parser.add_argument("--state-dir", type=Path)

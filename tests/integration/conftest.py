@@ -14,7 +14,9 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HIPHOPS = [sys.executable, "-m", "hiphops.cli"]
+# The console script, not `python -m` from the repository root: that would put the root first on
+# sys.path, where operator/ shadows the standard library's `operator`.
+HIPHOPS = [str(Path(sys.executable).with_name("hiphops"))]
 
 
 def free_port() -> int:

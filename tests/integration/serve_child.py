@@ -2,7 +2,7 @@
 
 `test.record` appends "<task> <attempt>" to $CALLS and returns; `test.hang` does the same and
 then, while $HANG is set, never returns — so the test can kill the process mid-task.
-Usage: python -m tests.integration.serve_child PORT STATE_DIR PATH...
+Usage: python tests/integration/serve_child.py PORT STATE_DIR PATH...
 """
 
 from __future__ import annotations

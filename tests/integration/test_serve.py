@@ -186,8 +186,7 @@ tasks:
     state = tmp_path / "state"
     argv = [
         sys.executable,
-        "-m",
-        "tests.integration.serve_child",
+        str(ROOT / "tests/integration/serve_child.py"),
         "{port}",
         str(state),
         str(sensors),
