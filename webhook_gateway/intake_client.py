@@ -17,6 +17,7 @@ import orjson
 from yarl import URL
 
 from hiphops.intake import IntakeResult, IntakeUnavailable
+from webhook_gateway.peers import ActivePeer, Resolver, resolve_all
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,9 @@ log = logging.getLogger(__name__)
 class HTTPIntake:
     """An :class:`hiphops.intake.Intake` that POSTs events to the operator's intake URL."""
 
-    def __init__(self, url: str, token: str, *, timeout_s: float = 10) -> None:
+    def __init__(
+        self, url: str, token: str, *, timeout_s: float = 10, resolver: Resolver = resolve_all
+    ) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError("intake URL must be an absolute http(s) URL")
@@ -35,6 +38,7 @@ class HTTPIntake:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         self._url = parsed
+        self._peer = ActivePeer(parsed, resolver)
         # For messages: a query in the configured URL might carry something private.
         self._display_url = str(parsed.with_query(None).with_fragment(None))
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -54,29 +58,44 @@ class HTTPIntake:
         body = orjson.dumps({"events": [dict(event) for event in events]})
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
+        reason = "no address"
+        # Several replicas: only the active one takes events; the others answer 503.
+        for target in await self._peer.candidates():
+            try:
+                status, content = await self._post(target, body)
+            except IntakeUnavailable as unavailable:
+                reason = str(unavailable)
+                continue
+            if status in (401, 403):
+                message = (
+                    f"intake {self._display_url} refused the gateway's token (HTTP {status}); "
+                    "check that the gateway and the operator share the same intake token"
+                )
+                log.error("%s", message)
+                raise IntakeUnavailable(message)
+            if status == 503:
+                reason = f"intake {self._display_url} answered HTTP 503"
+                continue
+            if not 200 <= status < 300:
+                raise IntakeUnavailable(f"intake {self._display_url} answered HTTP {status}")
+            self._peer.worked(target)
+            return self._result(content, status)
+        raise IntakeUnavailable(reason)
+
+    async def _post(self, target: URL, body: bytes) -> tuple[int, bytes]:
+        assert self._session is not None
         try:
             # No redirects: following one would send the bearer token to another address.
             async with self._session.post(
-                self._url, data=body, headers=self._headers, allow_redirects=False
+                target, data=body, headers=self._headers, allow_redirects=False
             ) as response:
-                status = response.status
-                content = await response.read()
+                return response.status, await response.read()
         except TimeoutError:
             raise IntakeUnavailable(f"intake {self._display_url} timed out") from None
         except aiohttp.ClientError as error:
             raise IntakeUnavailable(
                 f"intake {self._display_url} unreachable: {type(error).__name__}"
             ) from None
-        if status in (401, 403):
-            message = (
-                f"intake {self._display_url} refused the gateway's token (HTTP {status}); "
-                "check that the gateway and the operator share the same intake token"
-            )
-            log.error("%s", message)
-            raise IntakeUnavailable(message)
-        if not 200 <= status < 300:
-            raise IntakeUnavailable(f"intake {self._display_url} answered HTTP {status}")
-        return self._result(content, status)
 
     def _result(self, content: bytes, status: int) -> IntakeResult:
         try:

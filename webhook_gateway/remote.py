@@ -16,10 +16,12 @@ from pathlib import Path
 
 import httpx
 from aiohttp import web
+from yarl import URL
 
 from webhook_gateway.app import RUNNER_OPTIONS, GatewaySettings, create_app
 from webhook_gateway.directory import IntegrationConfig, StaticDirectory, from_wire
 from webhook_gateway.intake_client import HTTPIntake
+from webhook_gateway.peers import ActivePeer, Resolver, resolve_all
 
 logger = logging.getLogger("hiphops.gateway")
 
@@ -27,9 +29,12 @@ logger = logging.getLogger("hiphops.gateway")
 class RemoteDirectory(StaticDirectory):
     """A Directory refreshed from the operator; keeps the last good copy when a fetch fails."""
 
-    def __init__(self, url: str, token: str, *, timeout_s: float = 10) -> None:
+    def __init__(
+        self, url: str, token: str, *, timeout_s: float = 10, resolver: Resolver = resolve_all
+    ) -> None:
         super().__init__()
         self._url = url
+        self._peer = ActivePeer(URL(url), resolver)
         self._token = token
         self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self.loaded = False
@@ -38,16 +43,22 @@ class RemoteDirectory(StaticDirectory):
         return f"RemoteDirectory({self._url!r}, token=<redacted>)"
 
     async def refresh(self) -> bool:
-        """Fetch the directory once; True when it was replaced."""
-        try:
-            response = await self._client.get(
-                self._url, headers={"Authorization": f"Bearer {self._token}"}
-            )
-        except httpx.HTTPError as exc:
-            logger.warning("directory: cannot reach the operator: %s", type(exc).__name__)
-            return False
-        if response.status_code != 200:
-            logger.warning("directory: the operator answered %d", response.status_code)
+        """Fetch the directory once (from the active replica); True when it was replaced."""
+        response = None
+        for target in await self._peer.candidates():
+            try:
+                response = await self._client.get(
+                    str(target), headers={"Authorization": f"Bearer {self._token}"}
+                )
+            except httpx.HTTPError as exc:
+                logger.warning("directory: cannot reach the operator: %s", type(exc).__name__)
+                continue
+            if response.status_code == 200:
+                self._peer.worked(target)
+                break
+        if response is None or response.status_code != 200:
+            status = "no answer" if response is None else f"HTTP {response.status_code}"
+            logger.warning("directory: no active operator replica answered (%s)", status)
             return False
         try:
             configs: list[IntegrationConfig] = [

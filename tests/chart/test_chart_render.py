@@ -216,7 +216,9 @@ def test_every_pod_is_restricted_with_resources_and_probes(
             for kind in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(item["resources"][kind]), (name, kind)
             assert item["livenessProbe"]["httpGet"]["path"] == "/healthz", name
-            assert item["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+            # Every operator replica is Ready; the gateway's readiness is its directory.
+            ready = "/healthz" if name == "hiphops-operator" else "/readyz"
+            assert item["readinessProbe"]["httpGet"]["path"] == ready, name
             ports = {p["name"] for p in item["ports"]}
             for probe in ("livenessProbe", "readinessProbe"):
                 assert item[probe]["httpGet"]["port"] in ports, (name, probe)
@@ -315,8 +317,14 @@ def test_ha_mode(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["ha"]
     operator = one(objects, "Deployment", "hiphops-operator")
     assert operator["spec"]["replicas"] == 3
-    # A rolling update would wait for a new replica that stays passive: Recreate.
-    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    # Peering replicas roll one at a time; the intake Service is headless (the gateway finds
+    # the active replica among its addresses).
+    assert operator["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+    }
+    intake = one(objects, "Service", "hiphops-intake")
+    assert intake["spec"]["clusterIP"] == "None"
     assert find(objects, "ClusterKopfPeering")
     budget = one(objects, "PodDisruptionBudget", "hiphops-operator")
     assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
@@ -544,3 +552,12 @@ def test_chart_files_are_what_the_package_ships(helm: Helm, tmp_path: Path) -> N
     assert "sync_crds.py" not in names
     assert {"values.schema.json", "README.md", "templates/NOTES.txt"} <= names
     assert {f"crds/{p.name}" for p in (CHART / "crds").glob("*.yaml")} <= names
+
+
+def test_a_single_standalone_operator_is_replaced_not_rolled(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    # Two standalone operators at once would both execute runs.
+    operator = one(rendered["default"], "Deployment", "hiphops-operator")
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
