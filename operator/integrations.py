@@ -39,7 +39,7 @@ from webhook_gateway.directory import IntegrationConfig
 from . import conditions
 from .conditions import Condition
 from .events import EventPoster, involved
-from .kube import INTEGRATIONS, SECRETS, ApiError, Kube, patch_status
+from .kube import INTEGRATIONS, SECRETS, ApiError, Kube, is_stale, object_state, patch_status
 
 logger = logging.getLogger("hiphops.operator.integrations")
 
@@ -195,12 +195,9 @@ class IntegrationBook:
     async def apply(self, body: Mapping[str, Any], *, refresh: bool = True) -> IntegrationEntry:
         """Take in an Integration as the API shows it. If its spec changed, read its Secrets and
         check its credentials at once (unless `refresh` is False: the next `refresh_all` does)."""
-        metadata = body.get("metadata") or {}
-        namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
-        generation = metadata.get("generation")
-        spec = dict(body.get("spec") or {})
+        namespace, name, generation, spec = object_state(body)
         entry = self._entries.get((namespace, name))
-        if entry is not None and _older(generation, entry.generation):
+        if entry is not None and is_stale(generation, entry.generation):
             return entry  # a stale copy (the list at activation saw a newer one)
         if entry is not None and entry.spec == spec:
             entry.generation = generation
@@ -323,10 +320,6 @@ class IntegrationBook:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-
-
-def _older(generation: Any, known: Any) -> bool:
-    return isinstance(generation, int) and isinstance(known, int) and generation < known
 
 
 async def check_github(

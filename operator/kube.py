@@ -362,3 +362,16 @@ async def patch_status(
             logger.warning("%s %s/%s status: %s", resource.kind, namespace, name, error)
         return False
     return True
+
+
+def object_state(body: Mapping[str, Any]) -> tuple[str, str, Any, dict[str, Any]]:
+    """(namespace, name, generation, spec) of an object as the API shows it."""
+    namespace, name = object_key(body)
+    generation = (body.get("metadata") or {}).get("generation")
+    return namespace, name, generation, dict(body.get("spec") or {})
+
+
+def is_stale(generation: Any, known: Any) -> bool:
+    """Whether a copy of generation `generation` is older than the `known` one (a list replayed
+    after a newer watch event)."""
+    return isinstance(generation, int) and isinstance(known, int) and generation < known

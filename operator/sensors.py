@@ -34,7 +34,7 @@ from . import conditions
 from .conditions import Condition
 from .events import EventPoster, Involved, involved
 from .integrations import IntegrationBook
-from .kube import SENSORS, ApiError, Kube, patch_status
+from .kube import SENSORS, ApiError, Kube, is_stale, object_state, patch_status
 
 logger = logging.getLogger("hiphops.operator.sensors")
 
@@ -67,10 +67,6 @@ class SensorEntry:
         return sorted(used & set(INTEGRATION_TYPES))
 
 
-def _older(generation: Any, known: Any) -> bool:
-    return isinstance(generation, int) and isinstance(known, int) and generation < known
-
-
 class SensorBook:
     """Every Sensor the operator serves, the matcher they are compiled into, and their status."""
 
@@ -97,12 +93,9 @@ class SensorBook:
     async def apply(self, body: Mapping[str, Any]) -> SensorEntry:
         """Take in a Sensor as the API shows it: compile it if its spec changed, update the
         matcher, write the status if it is not what it should be."""
-        metadata = body.get("metadata") or {}
-        namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
-        generation = metadata.get("generation")
-        spec = dict(body.get("spec") or {})
+        namespace, name, generation, spec = object_state(body)
         entry = self._entries.get((namespace, name))
-        if entry is not None and _older(generation, entry.generation):
+        if entry is not None and is_stale(generation, entry.generation):
             return entry  # a stale copy (the list at activation saw a newer one)
         if entry is not None and entry.spec == spec:
             entry.generation = generation
@@ -110,7 +103,7 @@ class SensorBook:
         else:
             entry = await self._compile(body, namespace, name, generation, spec)
             newer = self._entries.get(entry.key)
-            if newer is not None and _older(generation, newer.generation):
+            if newer is not None and is_stale(generation, newer.generation):
                 return newer  # a newer version was taken in while this one compiled
             self._entries[entry.key] = entry
             if entry.sensor is not None:
