@@ -44,23 +44,18 @@ def wait_for(predicate: Any, timeout: float = 30) -> Any:
     raise TimeoutError("condition not met")
 
 
+def serve_examples(state: Path) -> list[str]:
+    """`hiphops serve` on the examples in dry-run mode (what `make run` starts)."""
+    return [
+        *HIPHOPS,
+        *("serve", "examples/sensors", "examples/local", "--project", "demo", "--dry-run"),
+        *("--port", "{port}", "--state-dir", str(state)),
+    ]
+
+
 def test_serve_send_runs_end_to_end(tmp_path: Path, start_server: Any) -> None:
     state = tmp_path / "state"
-    server = start_server(
-        [
-            *HIPHOPS,
-            "serve",
-            "examples/sensors",
-            "examples/local",
-            "--project",
-            "demo",
-            "--dry-run",
-            "--port",
-            "{port}",
-            "--state-dir",
-            str(state),
-        ]
-    )
+    server = start_server(serve_examples(state))
     hook = f"{server.url}/hooks/github/demo/github"
     sent = hiphops(
         "send",
@@ -119,21 +114,7 @@ def test_serve_send_runs_end_to_end(tmp_path: Path, start_server: Any) -> None:
 
 def test_bad_signature_is_rejected_and_records_nothing(tmp_path: Path, start_server: Any) -> None:
     state = tmp_path / "state"
-    server = start_server(
-        [
-            *HIPHOPS,
-            "serve",
-            "examples/sensors",
-            "examples/local",
-            "--project",
-            "demo",
-            "--dry-run",
-            "--port",
-            "{port}",
-            "--state-dir",
-            str(state),
-        ]
-    )
+    server = start_server(serve_examples(state))
     sent = hiphops(
         "send",
         "examples/events/pull_request.opened.json",
