@@ -152,27 +152,55 @@ def _render_text(result: Preview) -> str:
     return "\n".join(lines)
 
 
-def cmd_test(args: argparse.Namespace) -> int:
-    try:
-        event = _read_event(args.event)
-    except (OSError, ValueError) as exc:
-        print(f"{args.event}: cannot read the event: {exc}", file=sys.stderr)
-        return 2
+def _events_to_test(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The event file as normalized events: as it is, or normalized from a raw GitHub payload
+    (`--github-event`), which yields the release manager's change event too."""
+    event = _read_event(args.event)
+    if args.github_event:
+        from hiphops.events import Origin, normalize_github
+
+        origin = Origin(args.project or "default", args.integration, "hiphops-test")
+        return normalize_github(args.github_event, event, origin)
     if "hiphops" not in event or "project_id" not in event:
         print(
             f"{args.event}: warning: no `project_id`/`hiphops` block: this does not look like a "
-            "normalized event (DESIGN §3), so sensors keyed on event.hiphops will not match",
+            "normalized event (DESIGN §3), so sensors keyed on event.hiphops will not match; "
+            "for a raw GitHub payload pass --github-event TYPE",
             file=sys.stderr,
         )
-    project = args.project or str(event.get("project_id") or "default")
-    event.setdefault("project_id", project)
+    event.setdefault("project_id", args.project or "default")
+    return [event]
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    try:
+        events = _events_to_test(args)
+    except (OSError, ValueError) as exc:
+        print(f"{args.event}: cannot read the event: {exc}", file=sys.stderr)
+        return 2
+    project = args.project or str(events[0]["project_id"])
     result = load(args.sensors, default_project=project)
     _report_problems(result, sys.stderr)
-    outcome = preview([s for _, s in result.sensors], event, datetime.now(UTC))
+    sensors = [s for _, s in result.sensors]
+    now = datetime.now(UTC)
+    outcomes = [preview(sensors, event, now) for event in events]
     if args.output == "json":
-        print(json.dumps(outcome.to_dict(), indent=2, ensure_ascii=False))
+        # One event: DESIGN §6's object. Several (a GitHub pull_request and its change event):
+        # the same keys, matches of every event, each naming its event.
+        data = outcomes[0].to_dict()
+        if len(outcomes) > 1:
+            data = {
+                "events": [o.to_dict()["event"] for o in outcomes],
+                "matched": [],
+                "not_matched": [],
+            }
+            for outcome in outcomes:
+                part = outcome.to_dict()
+                for key in ("matched", "not_matched"):
+                    data[key].extend({**item, "event": part["event"]} for item in part[key])
+        print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        print(_render_text(outcome))
+        print("\n\n".join(_render_text(outcome) for outcome in outcomes))
     return 1 if result.errors else 0
 
 
@@ -376,6 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--output", choices=("text", "json"), default="text")
     test.add_argument(
         "--project", help="project of sensors without a namespace (default: the event's project_id)"
+    )
+    test.add_argument(
+        "--github-event",
+        metavar="TYPE",
+        help="the file is a raw GitHub payload of this X-GitHub-Event type (e.g. pull_request)",
+    )
+    test.add_argument(
+        "--integration", default="github", help="with --github-event: the integration's name"
     )
     test.set_defaults(func=cmd_test)
 

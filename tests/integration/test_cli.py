@@ -145,3 +145,28 @@ def test_validate_warns_about_task_names_no_handler_serves(tmp_path: Path) -> No
     )
     listed = hiphops("tasks").stdout.split()
     assert {"github.merge_pr", "slack.post_message", "k8s.run_job", "log.message"} <= set(listed)
+
+
+def test_test_accepts_a_raw_github_payload_and_its_change_event() -> None:
+    result = hiphops(
+        "test",
+        "--sensors",
+        "examples/manifests",
+        "--event",
+        "tests/fixtures/github/pull_request.opened.large.json",
+        "--github-event",
+        "pull_request",
+        "--project",
+        "demo",
+        "--output",
+        "json",
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    kinds = [(e["hiphops"]["source"], e["hiphops"]["event"]) for e in data["events"]]
+    assert kinds == [("github", "pull_request"), ("hiphops", "change")]
+    [match] = data["matched"]
+    assert match["sensor"] == "welcome new pull requests"
+    assert match["event"]["hiphops"]["event"] == "pull_request"
+    change_misses = [m for m in data["not_matched"] if m["event"]["hiphops"]["event"] == "change"]
+    assert {m["sensor"] for m in change_misses} >= {"auto merge dependabot"}
