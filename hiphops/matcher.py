@@ -15,6 +15,7 @@ time, as the operator sees watch events.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -110,6 +111,10 @@ class Matcher:
         self._projects: dict[
             str, dict[str | None, dict[str | None, dict[str | None, _Bucket]]]
         ] = {}
+        # `match` may run on a worker thread (JavaScript must not stall an event loop) while
+        # sensors change on another: the index is read and written under this lock; conditions
+        # are evaluated outside it, on immutable compiled sensors.
+        self._lock = threading.Lock()
         for sensor in sensors:
             self.add(sensor)
 
@@ -123,15 +128,19 @@ class Matcher:
         return self._sensors.get(key)
 
     def sensors(self) -> list[Sensor]:
-        return list(self._sensors.values())
+        with self._lock:
+            return list(self._sensors.values())
 
     def add(self, sensor: Sensor) -> None:
         """Add a sensor, or replace the one with the same (project, name). A disabled sensor is
         removed instead: it stays out of the matcher."""
-        self.remove(sensor.key)
-        if not sensor.enabled:
-            return
-        placement = _placement(sensor)
+        placement = _placement(sensor) if sensor.enabled else None
+        with self._lock:
+            self._remove(sensor.key)
+            if placement is not None:
+                self._add(sensor, placement)
+
+    def _add(self, sensor: Sensor, placement: _Placement) -> None:
         routes = self._projects.setdefault(sensor.project, {})
         for source, kind, action in placement.routes:
             by_action = routes.setdefault(source, {}).setdefault(kind, {})
@@ -141,6 +150,10 @@ class Matcher:
 
     def remove(self, key: SensorKey) -> Sensor | None:
         """Remove a sensor by (project, name); returns it, or None if it was not there."""
+        with self._lock:
+            return self._remove(key)
+
+    def _remove(self, key: SensorKey) -> Sensor | None:
         sensor = self._sensors.pop(key, None)
         placement = self._placements.pop(key, None)
         if sensor is None or placement is None:
@@ -164,9 +177,18 @@ class Matcher:
     def candidates(self, event: Mapping[str, Any]) -> list[Sensor]:
         """The sensors the index cannot rule out for this event (a superset of the matches)."""
         found = self._candidates(Context.for_event(event).data, event)
-        return sorted(found, key=lambda s: s.key)
+        return sorted((sensor for sensor, _ in found), key=lambda s: s.key)
 
-    def _candidates(self, data: Mapping[str, Any], event: Mapping[str, Any]) -> list[Sensor]:
+    def _candidates(
+        self, data: Mapping[str, Any], event: Mapping[str, Any]
+    ) -> list[tuple[Sensor, Condition | None]]:
+        """The candidates with what of their `when` remains to be checked."""
+        with self._lock:
+            return self._candidates_locked(data, event)
+
+    def _candidates_locked(
+        self, data: Mapping[str, Any], event: Mapping[str, Any]
+    ) -> list[tuple[Sensor, Condition | None]]:
         routes = self._projects.get(str(event.get("project_id", "")))
         if not routes:
             return []
@@ -186,7 +208,7 @@ class Matcher:
                     bucket = by_action.get(action)
                     if bucket is not None:
                         bucket.collect(data, keys)
-        return [self._sensors[k] for k in keys]
+        return [(self._sensors[k], self._placements[k].residual) for k in keys]
 
     def match(self, event: Mapping[str, Any]) -> MatchResult:
         """The sensors whose `when` holds for `event`, ordered by name; JavaScript failures are
@@ -194,8 +216,7 @@ class Matcher:
         context = Context.for_event(event)
         matched: list[Sensor] = []
         errors: list[MatchError] = []
-        for sensor in self._candidates(context.data, event):
-            residual = self._placements[sensor.key].residual
+        for sensor, residual in self._candidates(context.data, event):
             if residual is None:
                 matched.append(sensor)
                 continue
