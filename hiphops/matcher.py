@@ -23,7 +23,7 @@ from typing import Any, Final
 from hiphops import js
 from hiphops.conditions import Condition, value_texts
 from hiphops.context import Context
-from hiphops.paths import Path, resolve
+from hiphops.paths import MISSING, Path, resolve
 from hiphops.sensor import Sensor
 
 SensorKey = tuple[str, str]
@@ -35,6 +35,7 @@ ROUTING_PATHS: Final[tuple[Path, ...]] = (
     ("event", "hiphops", "action"),
 )
 
+_ROUTING_FIELDS: Final = tuple(path[-1] for path in ROUTING_PATHS)
 _ANY: Final = None
 Route = tuple[str | None, str | None, str | None]
 
@@ -192,8 +193,11 @@ class Matcher:
         routes = self._projects.get(str(event.get("project_id", "")))
         if not routes:
             return []
+        # ROUTING_PATHS read directly: this runs for every event, and resolve() is slower.
+        hiphops = event.get("hiphops")
+        block = hiphops if isinstance(hiphops, Mapping) else {}
         sources, kinds, actions = (
-            (*value_texts(resolve(data, path)), _ANY) for path in ROUTING_PATHS
+            (*value_texts(block.get(field, MISSING)), _ANY) for field in _ROUTING_FIELDS
         )
         keys: set[SensorKey] = set()
         for source in sources:
