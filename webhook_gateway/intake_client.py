@@ -9,7 +9,8 @@ gateway then answers 503 and the sender redelivers, which the operator deduplica
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeGuard
 
 import aiohttp
@@ -26,14 +27,21 @@ class HTTPIntake:
     """An :class:`hiphops.intake.Intake` that POSTs events to the operator's intake URL."""
 
     def __init__(
-        self, url: str, token: str, *, timeout_s: float = 10, resolver: Resolver = resolve_all
+        self,
+        url: str,
+        token: str | Callable[[], str],
+        *,
+        timeout_s: float = 10,
+        resolver: Resolver = resolve_all,
     ) -> None:
+        """`token` is the bearer token, or a function giving the current one (`TokenFile`)."""
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError("intake URL must be an absolute http(s) URL")
         if parsed.user is not None or parsed.password is not None:
             raise ValueError("intake URL must not hold credentials: the token authenticates")
-        if not token:
+        self._token = token if callable(token) else (lambda: token)
+        if not self._token():
             raise ValueError("intake token is empty")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
@@ -41,7 +49,7 @@ class HTTPIntake:
         self._peer = ActivePeer(parsed, resolver)
         # For messages: a query in the configured URL might carry something private.
         self._display_url = str(parsed.with_query(None).with_fragment(None))
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
@@ -87,7 +95,13 @@ class HTTPIntake:
         try:
             # No redirects: following one would send the bearer token to another address.
             async with self._session.post(
-                target, data=body, headers=self._headers, allow_redirects=False
+                target,
+                data=body,
+                headers={
+                    "Authorization": f"Bearer {self._token()}",
+                    "Content-Type": "application/json",
+                },
+                allow_redirects=False,
             ) as response:
                 return response.status, await response.read()
         except TimeoutError:
@@ -120,3 +134,30 @@ class HTTPIntake:
 
 def _is_str_list(value: Any) -> TypeGuard[list[str]]:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+class TokenFile:
+    """The intake token from a mounted Secret file, read again whenever the file changes, so a
+    rotated Secret takes effect without restarting the gateway."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stamp: tuple[int, int] | None = None
+        self._token = ""
+        if not self():
+            raise ValueError(f"{path} is empty: the operator would refuse every event")
+
+    def __call__(self) -> str:
+        try:
+            stat = self._path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if stamp != self._stamp:
+                token = self._path.read_text(encoding="utf-8").strip()
+                if token:
+                    self._token, self._stamp = token, stamp
+        except OSError:
+            pass  # keep the last token: a Secret volume is swapped by renaming a symlink
+        return self._token
+
+    def __repr__(self) -> str:
+        return f"TokenFile({str(self._path)!r})"

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from yarl import URL
 
 from webhook_gateway.app import RUNNER_OPTIONS, GatewaySettings, create_app
 from webhook_gateway.directory import IntegrationConfig, StaticDirectory, from_wire
-from webhook_gateway.intake_client import HTTPIntake
+from webhook_gateway.intake_client import HTTPIntake, TokenFile
 from webhook_gateway.peers import ActivePeer, Resolver, resolve_all
 
 logger = logging.getLogger("hiphops.gateway")
@@ -30,12 +31,17 @@ class RemoteDirectory(StaticDirectory):
     """A Directory refreshed from the operator; keeps the last good copy when a fetch fails."""
 
     def __init__(
-        self, url: str, token: str, *, timeout_s: float = 10, resolver: Resolver = resolve_all
+        self,
+        url: str,
+        token: str | Callable[[], str],
+        *,
+        timeout_s: float = 10,
+        resolver: Resolver = resolve_all,
     ) -> None:
         super().__init__()
         self._url = url
         self._peer = ActivePeer(URL(url), resolver)
-        self._token = token
+        self._token = token if callable(token) else (lambda: token)
         self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self.loaded = False
 
@@ -48,7 +54,7 @@ class RemoteDirectory(StaticDirectory):
         for target in await self._peer.candidates():
             try:
                 response = await self._client.get(
-                    str(target), headers={"Authorization": f"Bearer {self._token}"}
+                    str(target), headers={"Authorization": f"Bearer {self._token()}"}
                 )
             except httpx.HTTPError as exc:
                 logger.warning("directory: cannot reach the operator: %s", type(exc).__name__)
@@ -100,9 +106,7 @@ def directory_url(intake_url: str) -> str:
 
 async def run_gateway(options: GatewayOptions, stop: asyncio.Event | None = None) -> None:
     """Serve the gateway until SIGINT/SIGTERM (or `stop`)."""
-    token = options.token_file.read_text(encoding="utf-8").strip()
-    if not token:
-        raise ValueError(f"{options.token_file} is empty: the operator would refuse every event")
+    token = TokenFile(options.token_file)
     directory = RemoteDirectory(directory_url(options.intake_url), token)
     intake = HTTPIntake(options.intake_url, token)
     stop = stop or asyncio.Event()
