@@ -50,6 +50,9 @@ class _Active:
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        # Transitions evaluate the sensor's JavaScript, so they run on a worker thread; this
+        # lock keeps one run's transitions (and the snapshots its saves take) one at a time.
+        self.state_lock = asyncio.Lock()
         self.save_lock = asyncio.Lock()
         self.changes = 0  # save requests made so far
         self.saved = 0  # the save requests covered by the last write
@@ -60,6 +63,11 @@ class _Active:
     @property
     def name(self) -> str:
         return self.run.record.name
+
+    async def transition(self, change: Callable[[], _T]) -> _T:
+        """Apply a change to the run off the event loop, one change of this run at a time."""
+        async with self.state_lock:
+            return await asyncio.to_thread(change)
 
 
 class Executor:
@@ -212,7 +220,8 @@ class Executor:
         """Settle what can be settled, then start READY tasks and restart interrupted ones."""
         run = active.run
         interrupted = run.running()
-        ready = run.advance(self._clock())
+        now = self._clock()
+        ready = await active.transition(lambda: run.advance(now))
         await self._save(active)
         self._after_save(active, [*interrupted, *ready])
 
@@ -236,14 +245,16 @@ class Executor:
             if handler is None:
                 known = ", ".join(self._registry.names()) or "none"
                 error = f"no handler for task {task.name!r} (known: {known})"
-                ready = run.fail(task_id, error, self._clock())
+                now = self._clock()
+                ready = await active.transition(lambda: run.fail(task_id, error, now))
                 await self._save(active)
                 self._after_save(active, ready)
                 return
         async with self._slots:
             if active.broken:
                 return
-            task = run.mark_running(task_id, self._clock())
+            async with active.state_lock:  # no JavaScript here: the loop is fine
+                task = run.mark_running(task_id, self._clock())
             await self._save(active)
             call = TaskCall(
                 run=run.record.name,
@@ -263,7 +274,10 @@ class Executor:
         if active.broken:
             return
         now = self._clock()
-        ready = run.complete(task_id, outcome, now) if ok else run.fail(task_id, outcome, now)
+        if ok:
+            ready = await active.transition(lambda: run.complete(task_id, outcome, now))
+        else:
+            ready = await active.transition(lambda: run.fail(task_id, outcome, now))
         await self._save(active)
         self._after_save(active, ready)
 
@@ -276,8 +290,9 @@ class Executor:
             if active.saved >= wanted:
                 return
             covered = active.changes
-            # Snapshot on the loop: the record changes while the store thread writes.
-            snapshot = _snapshot(active.run.record)
+            # Snapshot between transitions: the record changes while the store thread writes.
+            async with active.state_lock:
+                snapshot = _snapshot(active.run.record)
             await self._in_thread(self._store.save, snapshot)
             active.saved = covered
 
