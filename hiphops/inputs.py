@@ -128,8 +128,8 @@ class ListNode:
     items: tuple[Node, ...]
 
     def render(self, context: Context) -> Any:
-        values = (item.render(context) for item in self.items)
-        return [None if v is MISSING else v for v in values]
+        # Decorated keys live in maps only, so no list item renders as MISSING.
+        return [item.render(context) for item in self.items]
 
 
 @dataclass(frozen=True)
