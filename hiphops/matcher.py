@@ -122,15 +122,8 @@ class Matcher:
     def __len__(self) -> int:
         return len(self._sensors)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._sensors
-
     def get(self, key: SensorKey) -> Sensor | None:
         return self._sensors.get(key)
-
-    def sensors(self) -> list[Sensor]:
-        with self._lock:
-            return list(self._sensors.values())
 
     def add(self, sensor: Sensor) -> None:
         """Add a sensor, or replace the one with the same (project, name). A disabled sensor is
