@@ -604,34 +604,26 @@ class GitHubTasks:
 
     async def fetch_pr_files(self, call: TaskCall) -> dict[str, Any]:
         """`github.fetch_pr_files`: the files a pull request changes, as GitHub lists them."""
-        inputs = _Input(call, ("pr_number", "limit"))
-        number = inputs.number("pr_number")
-        limit = min(inputs.integer("limit") or MAX_PR_FILES, MAX_PR_FILES)
-        repo = await self._repo(call, inputs)
-        files, truncated = await repo.client.paginate(
-            f"{repo.path}/pulls/{number}/files", limit=limit
-        )
-        return {
-            "pr_files": files,
-            "count": len(files),
-            "truncated": truncated,
-            "message": "Github PR file data retrieved",
-        }
+        return await self._fetch_pr_list(call, "files", MAX_PR_FILES)
 
     async def fetch_pr_commits(self, call: TaskCall) -> dict[str, Any]:
         """`github.fetch_pr_commits`: the commits of a pull request, as GitHub lists them."""
+        return await self._fetch_pr_list(call, "commits", MAX_PR_COMMITS)
+
+    async def _fetch_pr_list(self, call: TaskCall, kind: str, cap: int) -> dict[str, Any]:
+        """A pull request's `files` or `commits`, every page up to `limit` (at most `cap`)."""
         inputs = _Input(call, ("pr_number", "limit"))
         number = inputs.number("pr_number")
-        limit = min(inputs.integer("limit") or MAX_PR_COMMITS, MAX_PR_COMMITS)
+        limit = min(inputs.integer("limit") or cap, cap)
         repo = await self._repo(call, inputs)
-        commits, truncated = await repo.client.paginate(
-            f"{repo.path}/pulls/{number}/commits", limit=limit
+        items, truncated = await repo.client.paginate(
+            f"{repo.path}/pulls/{number}/{kind}", limit=limit
         )
         return {
-            "pr_commits": commits,
-            "count": len(commits),
+            f"pr_{kind}": items,
+            "count": len(items),
             "truncated": truncated,
-            "message": "Github PR commit data retrieved",
+            "message": f"Github PR {kind[:-1]} data retrieved",
         }
 
     async def fetch_repo_prs(self, call: TaskCall) -> dict[str, Any]:
